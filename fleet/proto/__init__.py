@@ -1,0 +1,1 @@
+"""The load-report protocol between sidecars and the control plane (load.proto)."""

@@ -1,0 +1,1 @@
+"""The xDS control plane: operator config + fleet load -> Envoy resources over ADS."""
