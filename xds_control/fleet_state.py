@@ -8,10 +8,10 @@ always sees one consistent view.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 
-class ModelState(str, Enum):
+class ModelState(StrEnum):
     """A model's lifecycle on one node (mirrors the node's /health ``state``)."""
 
     LOADING = "loading"
