@@ -1,0 +1,1 @@
+"""The inference node: an OpenAI-compatible Tornado server with per-model admission control."""
