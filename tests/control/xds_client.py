@@ -82,7 +82,7 @@ class AdsServer:
         self.cache = SnapshotCache()
         self.metrics = Metrics()
         self.server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-        resync_at = asyncio.get_running_loop().time() + resync_s
+        resync_at = asyncio.get_running_loop().time() + resync_s if resync_s else float("-inf")
         ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(
             AdsServicer(self.cache, self.metrics, resync_at=resync_at), self.server
         )
