@@ -33,7 +33,10 @@ class ModelSpec:
 
 
 def parse_model_spec(text: str) -> ModelSpec:
-    """``ID=SOURCE``, ``embedded``, ``sim`` or a bare path (id taken from the name)."""
+    """``ID=SOURCE``, ``embedded``, ``sim``, a bare path (id from its name) or a bare ID.
+
+    A bare ID serves the embedded model under that id (SOURCE defaults to ``embedded``).
+    """
     text = text.strip()
     if not text:
         raise ValueError("--model needs a value: ID[=SOURCE]")
@@ -49,9 +52,7 @@ def parse_model_spec(text: str) -> ModelSpec:
     elif "/" in text or text.endswith(".gguf"):
         model_id, source = Path(text).stem if text.endswith(".gguf") else Path(text).name, text
     else:
-        raise ValueError(
-            f"--model {text!r}: expected ID=SOURCE with SOURCE sim, embedded or a path"
-        )
+        model_id, source = text, "embedded"
     if not _ID_RE.match(model_id):
         raise ValueError(f"--model {text!r}: invalid model id {model_id!r}")
     if source not in ("sim", "embedded"):

@@ -74,6 +74,9 @@ class Reporter:
                 reason = f"{exc.code().name}: {exc.details()}"
             except TimeoutError:
                 reason = f"a write took over {WRITE_TIMEOUT_S} s (control plane stalled)"
+            except asyncio.InvalidStateError:
+                # grpc.aio's "RPC already finished": a write raced the control plane's close.
+                reason = "stream closed by the control plane"
             except Exception as exc:  # never let one bad stream end reporting for good
                 log.exception(
                     "load-report stream failed", extra={"fields": {"control": self._target}}

@@ -80,8 +80,8 @@ def test_model_specs():
     assert (embedded.id, embedded.source) == ("smollm2-135m-instruct", "embedded")
     with pytest.raises(ValueError, match="does not exist"):
         parse_model_spec("x=/no/such/dir")
-    with pytest.raises(ValueError):
-        parse_model_spec("alpha")
+    bare = parse_model_spec("my-smol")  # SOURCE defaults to the embedded model
+    assert (bare.id, bare.source) == ("my-smol", "embedded")
     with pytest.raises(ValueError, match="invalid model id"):
         parse_model_spec("bad id=sim")
 
