@@ -33,9 +33,16 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Could a (re)started server listen on ``port`` now?
+
+    Binds as servers do, with SO_REUSEADDR, so closed connections lingering in TIME_WAIT
+    do not count while a live listener does.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
+            s.listen()
         except OSError:
             return False
         return True

@@ -3,29 +3,15 @@
 from __future__ import annotations
 
 import signal
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.control.control_proc import Control, Reporter
-from tests.procs import ProcGroup, http_json, wait_until
+from tests.procs import ProcGroup, http_json, port_is_free, wait_until
 
 pytest.importorskip("xds_control.snapshot", reason="the snapshot builder is not there yet")
-
-
-def rebindable(port: int) -> bool:
-    """Can a restarted server listen here? (SO_REUSEADDR, as servers do: the closed
-    connections' TIME_WAIT must not count, a live listener must.)"""
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-            s.listen()
-        except OSError:
-            return False
-        return True
 
 
 @pytest.fixture
@@ -50,13 +36,13 @@ def test_serves_health_metrics_snapshot_and_exits_cleanly(control: Control) -> N
     assert control.metric("fleet_control_config_last_reload_ok") == 1
     control.proc.send_signal(signal.SIGTERM)
     assert control.proc.popen.wait(10) == 0
-    assert rebindable(control.xds_port) and rebindable(control.http_port)
+    assert port_is_free(control.xds_port) and port_is_free(control.http_port)
 
 
 def test_sigint_also_exits_cleanly(control: Control) -> None:
     control.proc.send_signal(signal.SIGINT)
     assert control.proc.popen.wait(10) == 0
-    assert rebindable(control.xds_port) and rebindable(control.http_port)
+    assert port_is_free(control.xds_port) and port_is_free(control.http_port)
 
 
 def test_bad_config_at_start_names_the_file(procs: ProcGroup, tmp_path: Path) -> None:

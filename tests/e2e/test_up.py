@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 from collections.abc import Iterator
 
 import openai
@@ -12,7 +11,7 @@ import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
 from tests.e2e.harness import UpFleet
-from tests.procs import ProcGroup, http_json, wait_until
+from tests.procs import ProcGroup, http_json, port_is_free, wait_until
 
 pytestmark = [pytest.mark.envoy, pytest.mark.timeout(240)]
 
@@ -80,18 +79,6 @@ def test_a_dead_node_is_reported_and_restarted(up):
     assert up.proc.alive()
 
 
-def can_listen(port: int) -> bool:
-    """What a restarted server needs: bind and listen (TIME_WAIT leftovers allowed)."""
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-            s.listen()
-        except OSError:
-            return False
-        return True
-
-
 def test_sigterm_stops_every_child_and_frees_every_port(procs, tmp_path):
     fleet = UpFleet(procs, tmp_path / "workdir", "--model", "a=sim", nodes=1)
     fleet.wait_ready(180)
@@ -103,5 +90,5 @@ def test_sigterm_stops_every_child_and_frees_every_port(procs, tmp_path):
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
-    busy = [p for p in fleet.ports() if not can_listen(p)]
+    busy = [p for p in fleet.ports() if not port_is_free(p)]
     assert busy == []

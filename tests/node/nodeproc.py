@@ -9,19 +9,6 @@ from typing import Any
 from tests.procs import Proc, ProcGroup, free_port, http_json, wait_until
 
 
-def can_listen(port: int) -> bool:
-    """Whether a server could listen on ``port`` now (as servers do, with SO_REUSEADDR, so
-    the closed connections' TIME_WAIT does not count)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-            s.listen()
-        except OSError:
-            return False
-        return True
-
-
 def start_node(
     group: ProcGroup,
     *args: str,

@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.node.nodeproc import RawStream, can_listen, chat_body, model_health, start_node
-from tests.procs import ProcGroup, http_json, wait_until
+from tests.node.nodeproc import RawStream, chat_body, model_health, start_node
+from tests.procs import ProcGroup, http_json, port_is_free, wait_until
 
 MODEL = "alpha"
 
@@ -344,7 +344,7 @@ def test_signal_ends_streams_exits_zero_and_frees_the_port(procs: ProcGroup, sig
     stream.read_all()  # the server ends the stream instead of hanging
     stream.close()
     assert proc.popen.wait(15) == 0
-    assert can_listen(port)  # a restarted node could bind it right away
+    assert port_is_free(port)  # a restarted node could bind it right away
     assert "listening" in proc.log_text()
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -15,17 +14,6 @@ from tests.procs import Proc, ProcGroup, free_port, http_json, wait_until
 from tests.sidecar.stub_control import StubControl
 
 HOST = "127.0.0.1"
-
-
-def can_listen(port: int) -> bool:
-    """Could a restarted server listen here now? (SO_REUSEADDR, as servers bind.)"""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((HOST, port))
-        except OSError:
-            return False
-        return True
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ import signal
 import pytest
 
 from fleet.proto import load_pb2
-from tests.procs import ProcGroup, free_port, http_json, wait_until
-from tests.sidecar.conftest import Load, can_listen, start_node, start_sidecar
+from tests.procs import ProcGroup, free_port, http_json, port_is_free, wait_until
+from tests.sidecar.conftest import Load, start_node, start_sidecar
 from tests.sidecar.stub_control import StubControl
 
 T = 20  # generous bound for any wait: the tests never assert on speed
@@ -140,7 +140,7 @@ def test_signal_stops_cleanly_and_frees_the_port(procs: ProcGroup, stub: StubCon
     sidecar = start_sidecar(procs, node.url, stub.port)
     wait_until(lambda: stub.first_of_stream(1), T, "the announce", on_timeout=procs.logs)
     assert sidecar.proc.stop(timeout=10, sig=sig) == 0
-    assert can_listen(sidecar.port), "a restarted sidecar could not take its port back"
+    assert port_is_free(sidecar.port), "a restarted sidecar could not take its port back"
     assert "sidecar stopped" in sidecar.proc.log_text()
 
 
