@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-from node.retry_after import ServiceTimeEstimator
+from node.retry_after import DecodeSpeedEstimator, ServiceTimeEstimator
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,8 @@ class Permit:
 class AdmissionController:
     limits: AdmissionLimits = field(default_factory=AdmissionLimits)
     estimator: ServiceTimeEstimator = field(default_factory=ServiceTimeEstimator)
+    # Fed by the HTTP layer with each finished generation's tokens and time.
+    decode_speed: DecodeSpeedEstimator = field(default_factory=DecodeSpeedEstimator)
     on_change: Callable[[], None] | None = None
     clock: Callable[[], float] = time.monotonic
 

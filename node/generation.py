@@ -16,9 +16,10 @@ async def stream_text(
     backend: Backend, prompt: Prompt, params: SamplingParams, stats: GenerationStats
 ) -> AsyncGenerator[str, None]:
     """The backend's pieces, cut at the first stop string; closing this closes the backend
-    stream, which stops generation."""
+    stream, which stops generation. Sets ``stats.generation_s`` when it ends."""
     matcher = StopMatcher(params.stop)
     gen = backend.generate(prompt, params, stats)
+    started = time.monotonic()
     try:
         async for piece in gen:
             out = matcher.feed(piece)
@@ -32,6 +33,7 @@ async def stream_text(
             yield tail
     finally:
         await gen.aclose()  # type: ignore[attr-defined]
+        stats.generation_s = time.monotonic() - started
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:

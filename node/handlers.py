@@ -245,8 +245,10 @@ class _InferenceHandler(BaseHandler):
             raise admission_rejected(model.id, rej.reason, rej.retry_after) from None
         outcome = "cancelled"
         try:
-            await self._serve(model, body)
+            stats = await self._serve(model, body)
             outcome = "ok"
+            # Before release, so the /health that release triggers carries the new speed.
+            admission.decode_speed.observe(stats.completion_tokens, stats.generation_s)
         except (OpenAIError, PromptTooLong, StreamClosedError):
             outcome = "cancelled"  # a client error or a gone client says nothing of speed
             raise
@@ -258,7 +260,8 @@ class _InferenceHandler(BaseHandler):
         finally:
             admission.release(permit, outcome)
 
-    async def _serve(self, model: ServedModel, body: Any) -> None:
+    async def _serve(self, model: ServedModel, body: Any) -> GenerationStats:
+        """Generate and respond; the finished generation's stats."""
         raise NotImplementedError
 
     async def _handle(self, validate: Any) -> None:
@@ -309,7 +312,7 @@ class ChatCompletionsHandler(_InferenceHandler):
     async def post(self) -> None:
         await self._handle(validate_chat)
 
-    async def _serve(self, model: ServedModel, body: ChatCompletionRequest) -> None:
+    async def _serve(self, model: ServedModel, body: ChatCompletionRequest) -> GenerationStats:
         messages = [{"role": m.role, "content": m.text()} for m in body.messages]
         prompt = model.backend.encode_chat(messages)
         params: SamplingParams = chat_sampling(body)
@@ -320,6 +323,7 @@ class ChatCompletionsHandler(_InferenceHandler):
             await self._respond_chat(body, ids, pieces, stats, prompt.n_tokens)
         finally:
             await pieces.aclose()  # stops generation if the client left mid-way
+        return stats
 
     async def _respond_chat(
         self,
@@ -352,7 +356,7 @@ class CompletionsHandler(_InferenceHandler):
     async def post(self) -> None:
         await self._handle(validate_completion)
 
-    async def _serve(self, model: ServedModel, body: CompletionRequest) -> None:
+    async def _serve(self, model: ServedModel, body: CompletionRequest) -> GenerationStats:
         prompt = model.backend.encode_text(completion_prompt(body))
         params = completion_sampling(body)
         stats = GenerationStats()
@@ -362,6 +366,7 @@ class CompletionsHandler(_InferenceHandler):
             await self._respond(body, ids, pieces, stats, prompt.n_tokens)
         finally:
             await pieces.aclose()
+        return stats
 
     async def _respond(
         self,

@@ -108,6 +108,7 @@ class ServedModel:
             "rejected_queue_full_total": a.rejected_queue_full_total,
             "rejected_timeout_total": a.rejected_timeout_total,
             "completed_total": a.completed_total,
+            "decode_tps": None if a.decode_speed.tps is None else round(a.decode_speed.tps, 3),
             "error": self.error,
         }
 

@@ -3,6 +3,9 @@
 Service time is an EWMA of recent requests' measured run time (admission to release);
 until one has completed, a prior guess stands in. The wait is the backlog ahead divided
 by the parallelism, times that service time, clamped to the [1, 120] s HTTP clients honour.
+
+Decode speed (tokens/s of generation, for speed-aware routing) is the same kind of EWMA,
+so it lives here too.
 """
 
 from __future__ import annotations
@@ -41,6 +44,36 @@ class ServiceTimeEstimator:
         parallel = max(1, max_in_flight)
         wait = self.service_s * (queue_ahead + 1) / parallel
         return clamp_retry_after(wait)
+
+
+@dataclass
+class DecodeSpeedEstimator:
+    """EWMA of decode speed: completion tokens per second of generation time, one sample
+    per finished request that produced at least one token. ``tps`` is ``None`` until then.
+
+    Reported in /health as ``decode_tps``; the control plane weighs a slow replica down
+    against the model's fastest one.
+    """
+
+    alpha: float = 0.3
+    ewma_tps: float | None = None
+    samples: int = 0
+
+    def observe(self, tokens: int, seconds: float) -> None:
+        if tokens < 1 or not math.isfinite(seconds) or seconds <= 0:
+            return
+        rate = tokens / seconds
+        if not math.isfinite(rate):
+            return
+        self.samples += 1
+        if self.ewma_tps is None:
+            self.ewma_tps = rate
+        else:
+            self.ewma_tps = self.alpha * rate + (1 - self.alpha) * self.ewma_tps
+
+    @property
+    def tps(self) -> float | None:
+        return self.ewma_tps
 
 
 def clamp_retry_after(seconds: float) -> int:

@@ -57,6 +57,11 @@ def node_metrics(state: NodeState, node: str) -> list[Metric]:
         "Requests that finished (the node's completed_total)",
         labels=labels,
     )
+    decode_tps = GaugeMetricFamily(
+        "fleet_model_decode_tokens_per_second",
+        "EWMA completion tokens/s of generation (absent until a request has finished)",
+        labels=labels,
+    )
     vllm_running = GaugeMetricFamily(
         "vllm:num_requests_running", "Number of requests running (vLLM name)", labels=["model_name"]
     )
@@ -79,6 +84,8 @@ def node_metrics(state: NodeState, node: str) -> list[Metric]:
         if other > 0:
             refused.add_metric([*key, "other"], other)
         completed.add_metric(key, m.completed_total)
+        if m.decode_tps is not None:
+            decode_tps.add_metric(key, m.decode_tps)
         vllm_running.add_metric([m.model], m.in_flight)
         vllm_waiting.add_metric([m.model], m.queue_depth)
     return [
@@ -91,6 +98,7 @@ def node_metrics(state: NodeState, node: str) -> list[Metric]:
         admitted,
         refused,
         completed,
+        decode_tps,
         vllm_running,
         vllm_waiting,
     ]

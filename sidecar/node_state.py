@@ -6,6 +6,7 @@ latest :class:`NodeState`, so Prometheus and the control plane never disagree.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,8 @@ class ModelLoad:
     rejected_queue_full_total: int
     rejected_timeout_total: int
     completed_total: int
+    # EWMA tokens/s of generation; None until the node has finished a request.
+    decode_tps: float | None = None
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,17 @@ def _count(raw: Mapping[str, Any], key: str, model: str, *, default: int | None 
     return value
 
 
+def _speed(raw: Mapping[str, Any], model: str) -> float | None:
+    value = raw.get("decode_tps")
+    if value is None:  # absent (an older node) or not measured yet
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise HealthFormatError(f"model {model!r}: 'decode_tps' must be a number, got {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise HealthFormatError(f"model {model!r}: 'decode_tps' must be >= 0, got {value!r}")
+    return float(value)
+
+
 def parse_model(raw: Any) -> ModelLoad:
     if not isinstance(raw, Mapping):
         raise HealthFormatError(f"a models[] entry must be an object, got {raw!r}")
@@ -78,6 +92,7 @@ def parse_model(raw: Any) -> ModelLoad:
         rejected_queue_full_total=_count(raw, "rejected_queue_full_total", model, default=0),
         rejected_timeout_total=_count(raw, "rejected_timeout_total", model, default=0),
         completed_total=_count(raw, "completed_total", model, default=0),
+        decode_tps=_speed(raw, model),
     )
 
 

@@ -37,6 +37,7 @@ def model_to_proto(m: ModelLoad) -> load_pb2.ModelLoad:
         max_queue_depth=min(m.max_queue_depth, _U32),
         admitted_total=m.admitted_total,
         rejected_total=m.rejected_total,
+        decode_tps=m.decode_tps or 0.0,  # 0 = unknown
     )
 
 

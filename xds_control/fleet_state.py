@@ -31,6 +31,8 @@ class ModelLoad:
     max_queue_depth: int = 8
     admitted_total: int = 0
     rejected_total: int = 0
+    # EWMA of generation tokens/s on this node; 0.0 = unknown (nothing finished yet).
+    decode_tps: float = 0.0
 
 
 @dataclass(frozen=True)

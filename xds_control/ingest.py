@@ -60,6 +60,7 @@ def report_to_node(
             max_queue_depth=m.max_queue_depth,
             admitted_total=m.admitted_total,
             rejected_total=m.rejected_total,
+            decode_tps=m.decode_tps,
         )
     return NodeState(
         name=identity.name,

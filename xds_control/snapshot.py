@@ -8,7 +8,9 @@ What it does with the fleet:
 - a model a node reports must be a declared model id, else it is not routed (a static
   node's models may also name aliases: they are resolved when the config is read);
 - each (node, model) gets a weight and health from :mod:`xds_control.weights`; silent
-  nodes (``stale_after_s``) and down nodes are UNHEALTHY, never idle;
+  nodes (``stale_after_s``) and down nodes are UNHEALTHY, never idle; with
+  ``weights.speed_aware`` each weight is then scaled by the replica's decode speed
+  relative to the fastest routable replica of the same model;
 - an address Envoy cannot use as-is (not an IP literal) is skipped; ``localhost`` is read
   as 127.0.0.1.
 """
@@ -16,7 +18,7 @@ What it does with the fleet:
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from envoy.config.cluster.v3 import cluster_pb2
@@ -32,7 +34,14 @@ from xds_control.resources.common import LISTENER_NAME, ROUTE_CONFIG_NAME
 from xds_control.resources.endpoints import Replica, load_assignment
 from xds_control.resources.listener import public_listener
 from xds_control.resources.routes import route_configuration
-from xds_control.weights import Health, endpoint_health, endpoint_weight
+from xds_control.weights import (
+    Health,
+    endpoint_health,
+    endpoint_weight,
+    fastest_decode_tps,
+    speed_factor,
+    speed_weight,
+)
 
 _PREFIX = "type.googleapis.com/"
 LISTENER_TYPE = _PREFIX + listener_pb2.Listener.DESCRIPTOR.full_name
@@ -121,19 +130,31 @@ def _envoy_address(address: str) -> str | None:
 
 def replicas_by_model(config: FleetConfig, state: FleetState) -> dict[str, list[Replica]]:
     """Every declared model id -> its replicas with weight and health (maybe empty)."""
-    out: dict[str, list[Replica]] = {m.id: [] for m in config.models}
+    policy = config.weights
+    seen: dict[str, list[tuple[Replica, ModelLoad | None]]] = {m.id: [] for m in config.models}
     for node in sorted(fleet_nodes(config, state).values(), key=lambda n: n.name):
         address = _envoy_address(node.address)
         if address is None or not 0 < node.port < 65536:
             continue
         stale = node.is_stale(state.now, config.stale_after_s)
         for model_id, load in sorted(node.models.items()):
-            if model_id not in out:
+            if model_id not in seen:
                 continue
             known = None if node.static else load
-            health = endpoint_health(known, config.weights, up=node.up, stale=stale)
-            weight = 1 if health is Health.UNHEALTHY else endpoint_weight(known, config.weights)
-            out[model_id].append(Replica(node.name, address, node.port, weight, health))
+            health = endpoint_health(known, policy, up=node.up, stale=stale)
+            weight = 1 if health is Health.UNHEALTHY else endpoint_weight(known, policy)
+            seen[model_id].append((Replica(node.name, address, node.port, weight, health), known))
+    # Speed is relative, so it needs every replica of the model: the fastest routable one
+    # keeps its load weight, slower ones are scaled down (weights.speed_factor).
+    out: dict[str, list[Replica]] = {}
+    for model_id, reps in seen.items():
+        fastest = fastest_decode_tps(k for r, k in reps if r.health is not Health.UNHEALTHY)
+        out[model_id] = [
+            r
+            if r.health is Health.UNHEALTHY
+            else replace(r, weight=speed_weight(r.weight, speed_factor(k, fastest, policy)))
+            for r, k in reps
+        ]
     return out
 
 

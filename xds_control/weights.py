@@ -27,6 +27,26 @@ node down (sidecar cannot reach it)             UNHEALTHY   1
 node stale (no report within ``stale_after_s``) UNHEALTHY   1 (silence is never "idle")
 ==============================================  ==========  ==========================
 
+Speed (``speed_aware``, on by default): load alone scores free slots, so an idle node
+decoding at a quarter of the speed would look as good as an idle fast one and its
+requests would become the tail. Each reported ``decode_tps`` (EWMA of generation
+tokens/s; 0 = unknown) is therefore compared with the fastest known speed among the
+model's routable (healthy or degraded) replicas, and the load weight is scaled by it:
+
+    factor = clamp(decode_tps / fastest_tps, 1 / W, 1)   (1 when either speed is unknown)
+    weight = max(1, round(load_weight * factor))
+
+==============================================  ==========================================
+replica's speed (fastest = 100 tok/s, W = 100)  weight of an idle replica (load weight W)
+==============================================  ==========================================
+100 tok/s (the fastest)                         100 (factor 1)
+50 tok/s                                        50
+25 tok/s                                        25
+0.5 tok/s                                       1 (factor clamped to 1/W)
+unknown (no request finished yet, static node)  100 (factor 1: unknown is not slow)
+any, ``speed_aware: false``                     100 (load-only, the table above)
+==============================================  ==========================================
+
 Weights are always >= 1: Envoy NACKs a ``load_balancing_weight`` of 0. ``max_weight`` is
 also the granularity: a small value means fewer distinct weights, hence fewer EDS pushes
 under fluctuating load. Equal weights are tie-broken by the snapshot builder, which orders
@@ -35,6 +55,8 @@ endpoints by node name.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -61,6 +83,8 @@ class WeightPolicy(BaseModel):
     degraded_queue_fill: float = Field(default=1.0, gt=0.0, le=1.0)
     # 1 = weight falls linearly with busy slots; 2 = half the slots busy -> a quarter.
     busy_exponent: float = Field(default=2.0, ge=0.5, le=4.0)
+    # Scale each weight by the replica's decode speed relative to the model's fastest.
+    speed_aware: bool = True
 
     @model_validator(mode="after")
     def _bands(self) -> WeightPolicy:
@@ -125,3 +149,31 @@ def endpoint_health(
     if load.state is not ModelState.LOADED:
         return Health.UNHEALTHY
     return Health.DEGRADED if is_full(load, policy) else Health.HEALTHY
+
+
+def _known_tps(load: ModelLoad | None) -> float:
+    """The reported decode speed, or 0.0 when unknown (no load, 0, NaN, inf, negative)."""
+    if load is None:
+        return 0.0
+    tps = load.decode_tps
+    return tps if math.isfinite(tps) and tps > 0 else 0.0
+
+
+def fastest_decode_tps(loads: Iterable[ModelLoad | None]) -> float:
+    """The highest known decode speed among these loads (one model's routable replicas);
+    0.0 when none is known."""
+    return max((_known_tps(load) for load in loads), default=0.0)
+
+
+def speed_factor(load: ModelLoad | None, fastest_tps: float, policy: WeightPolicy) -> float:
+    """This replica's share of the fastest speed, clamped to [1/max_weight, 1]; exactly 1
+    when ``speed_aware`` is off or either speed is unknown (see the module's speed table)."""
+    tps = _known_tps(load)
+    if not policy.speed_aware or tps <= 0 or not (math.isfinite(fastest_tps) and fastest_tps > 0):
+        return 1.0
+    return max(1 / policy.max_weight, min(1.0, tps / fastest_tps))
+
+
+def speed_weight(weight: int, factor: float) -> int:
+    """A load weight scaled by a :func:`speed_factor`; still an int >= 1."""
+    return max(1, round(weight * factor))

@@ -24,23 +24,23 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x66leet/proto/load.proto\x12\x15\x65nvoyllmfleet.load.v1\";\n\x0cNodeIdentity\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0c\n\x04port\x18\x03 \x01(\r\"\xd4\x01\n\tModelLoad\x12\r\n\x05model\x18\x01 \x01(\t\x12\x30\n\x05state\x18\x02 \x01(\x0e\x32!.envoyllmfleet.load.v1.ModelState\x12\x11\n\tin_flight\x18\x03 \x01(\r\x12\x13\n\x0bqueue_depth\x18\x04 \x01(\r\x12\x15\n\rmax_in_flight\x18\x05 \x01(\r\x12\x17\n\x0fmax_queue_depth\x18\x06 \x01(\r\x12\x16\n\x0e\x61\x64mitted_total\x18\x07 \x01(\x04\x12\x16\n\x0erejected_total\x18\x08 \x01(\x04\"\xc4\x01\n\nLoadReport\x12\x31\n\x04node\x18\x01 \x01(\x0b\x32#.envoyllmfleet.load.v1.NodeIdentity\x12\x30\n\x06models\x18\x02 \x03(\x0b\x32 .envoyllmfleet.load.v1.ModelLoad\x12\x0f\n\x07node_up\x18\x03 \x01(\x08\x12\x10\n\x08sequence\x18\x04 \x01(\x04\x12\x1b\n\x13observed_unix_nanos\x18\x05 \x01(\x03\x12\x11\n\theartbeat\x18\x06 \x01(\x08\"K\n\x12LoadReportResponse\x12\x1d\n\x15heartbeat_interval_ms\x18\x01 \x01(\r\x12\x16\n\x0estale_after_ms\x18\x02 \x01(\r*r\n\nModelState\x12\x1b\n\x17MODEL_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13MODEL_STATE_LOADING\x10\x01\x12\x16\n\x12MODEL_STATE_LOADED\x10\x02\x12\x16\n\x12MODEL_STATE_FAILED\x10\x03\x32o\n\rLoadReporting\x12^\n\nStreamLoad\x12!.envoyllmfleet.load.v1.LoadReport\x1a).envoyllmfleet.load.v1.LoadReportResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x66leet/proto/load.proto\x12\x15\x65nvoyllmfleet.load.v1\";\n\x0cNodeIdentity\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0c\n\x04port\x18\x03 \x01(\r\"\xe8\x01\n\tModelLoad\x12\r\n\x05model\x18\x01 \x01(\t\x12\x30\n\x05state\x18\x02 \x01(\x0e\x32!.envoyllmfleet.load.v1.ModelState\x12\x11\n\tin_flight\x18\x03 \x01(\r\x12\x13\n\x0bqueue_depth\x18\x04 \x01(\r\x12\x15\n\rmax_in_flight\x18\x05 \x01(\r\x12\x17\n\x0fmax_queue_depth\x18\x06 \x01(\r\x12\x16\n\x0e\x61\x64mitted_total\x18\x07 \x01(\x04\x12\x16\n\x0erejected_total\x18\x08 \x01(\x04\x12\x12\n\ndecode_tps\x18\t \x01(\x01\"\xc4\x01\n\nLoadReport\x12\x31\n\x04node\x18\x01 \x01(\x0b\x32#.envoyllmfleet.load.v1.NodeIdentity\x12\x30\n\x06models\x18\x02 \x03(\x0b\x32 .envoyllmfleet.load.v1.ModelLoad\x12\x0f\n\x07node_up\x18\x03 \x01(\x08\x12\x10\n\x08sequence\x18\x04 \x01(\x04\x12\x1b\n\x13observed_unix_nanos\x18\x05 \x01(\x03\x12\x11\n\theartbeat\x18\x06 \x01(\x08\"K\n\x12LoadReportResponse\x12\x1d\n\x15heartbeat_interval_ms\x18\x01 \x01(\r\x12\x16\n\x0estale_after_ms\x18\x02 \x01(\r*r\n\nModelState\x12\x1b\n\x17MODEL_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13MODEL_STATE_LOADING\x10\x01\x12\x16\n\x12MODEL_STATE_LOADED\x10\x02\x12\x16\n\x12MODEL_STATE_FAILED\x10\x03\x32o\n\rLoadReporting\x12^\n\nStreamLoad\x12!.envoyllmfleet.load.v1.LoadReport\x1a).envoyllmfleet.load.v1.LoadReportResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fleet.proto.load_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MODELSTATE']._serialized_start=601
-  _globals['_MODELSTATE']._serialized_end=715
+  _globals['_MODELSTATE']._serialized_start=621
+  _globals['_MODELSTATE']._serialized_end=735
   _globals['_NODEIDENTITY']._serialized_start=49
   _globals['_NODEIDENTITY']._serialized_end=108
   _globals['_MODELLOAD']._serialized_start=111
-  _globals['_MODELLOAD']._serialized_end=323
-  _globals['_LOADREPORT']._serialized_start=326
-  _globals['_LOADREPORT']._serialized_end=522
-  _globals['_LOADREPORTRESPONSE']._serialized_start=524
-  _globals['_LOADREPORTRESPONSE']._serialized_end=599
-  _globals['_LOADREPORTING']._serialized_start=717
-  _globals['_LOADREPORTING']._serialized_end=828
+  _globals['_MODELLOAD']._serialized_end=343
+  _globals['_LOADREPORT']._serialized_start=346
+  _globals['_LOADREPORT']._serialized_end=542
+  _globals['_LOADREPORTRESPONSE']._serialized_start=544
+  _globals['_LOADREPORTRESPONSE']._serialized_end=619
+  _globals['_LOADREPORTING']._serialized_start=737
+  _globals['_LOADREPORTING']._serialized_end=848
 # @@protoc_insertion_point(module_scope)

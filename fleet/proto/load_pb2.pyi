@@ -29,7 +29,7 @@ class NodeIdentity(_message.Message):
     def __init__(self, name: _Optional[str] = ..., address: _Optional[str] = ..., port: _Optional[int] = ...) -> None: ...
 
 class ModelLoad(_message.Message):
-    __slots__ = ("model", "state", "in_flight", "queue_depth", "max_in_flight", "max_queue_depth", "admitted_total", "rejected_total")
+    __slots__ = ("model", "state", "in_flight", "queue_depth", "max_in_flight", "max_queue_depth", "admitted_total", "rejected_total", "decode_tps")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
@@ -38,6 +38,7 @@ class ModelLoad(_message.Message):
     MAX_QUEUE_DEPTH_FIELD_NUMBER: _ClassVar[int]
     ADMITTED_TOTAL_FIELD_NUMBER: _ClassVar[int]
     REJECTED_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    DECODE_TPS_FIELD_NUMBER: _ClassVar[int]
     model: str
     state: ModelState
     in_flight: int
@@ -46,7 +47,8 @@ class ModelLoad(_message.Message):
     max_queue_depth: int
     admitted_total: int
     rejected_total: int
-    def __init__(self, model: _Optional[str] = ..., state: _Optional[_Union[ModelState, str]] = ..., in_flight: _Optional[int] = ..., queue_depth: _Optional[int] = ..., max_in_flight: _Optional[int] = ..., max_queue_depth: _Optional[int] = ..., admitted_total: _Optional[int] = ..., rejected_total: _Optional[int] = ...) -> None: ...
+    decode_tps: float
+    def __init__(self, model: _Optional[str] = ..., state: _Optional[_Union[ModelState, str]] = ..., in_flight: _Optional[int] = ..., queue_depth: _Optional[int] = ..., max_in_flight: _Optional[int] = ..., max_queue_depth: _Optional[int] = ..., admitted_total: _Optional[int] = ..., rejected_total: _Optional[int] = ..., decode_tps: _Optional[float] = ...) -> None: ...
 
 class LoadReport(_message.Message):
     __slots__ = ("node", "models", "node_up", "sequence", "observed_unix_nanos", "heartbeat")

@@ -25,6 +25,9 @@ class GenerationStats:
 
     completion_tokens: int = 0
     finish_reason: str = "length"
+    # Seconds from the start of generation (prefill included) to its end; set by
+    # node.generation.stream_text, it feeds the decode-speed estimate.
+    generation_s: float = 0.0
 
 
 class PromptTooLong(ValueError):

@@ -268,6 +268,58 @@ def test_weights_follow_load_and_ties_break_by_node_name() -> None:
     assert cla.policy.overprovisioning_factor.value >= 100 * 1000
 
 
+def timed(model: str, in_flight: int, tps: float) -> ModelLoad:
+    return ModelLoad(model, in_flight=in_flight, max_in_flight=4, max_queue_depth=8, decode_tps=tps)
+
+
+def test_slow_replicas_weigh_less_relative_to_the_models_fastest() -> None:
+    state = fleet(
+        node("fast", 8101, timed("alpha", 0, 200.0)),
+        node("slow", 8102, timed("alpha", 0, 50.0)),  # a quarter of the speed
+        node("busy-slow", 8103, timed("alpha", 2, 50.0)),  # 32 by load, then a quarter
+        node("new", 8104, timed("alpha", 0, 0.0)),  # nothing finished yet: unknown
+        node("crawl", 8105, timed("alpha", 0, 0.1)),  # clamped, never 0
+        # a silent replica's speed is no reference: otherwise "fast" would be scaled down
+        node("gone", 8106, timed("alpha", 0, 1000.0), last=1.0),
+    )
+    assert endpoints(build_snapshot(CONFIG, state), "alpha") == [
+        ("busy-slow", 8, "HEALTHY"),
+        ("crawl", 1, "HEALTHY"),
+        ("fast", 100, "HEALTHY"),
+        ("gone", 1, "UNHEALTHY"),
+        ("new", 100, "HEALTHY"),
+        ("slow", 25, "HEALTHY"),
+        ("static-1", 100, "HEALTHY"),
+    ]
+    # speed is per model: alpha's fast node says nothing about gamma
+    other = fleet(
+        node("fast", 8101, timed("alpha", 0, 200.0)), node("g", 8102, timed("gamma", 0, 5))
+    )
+    assert endpoints(build_snapshot(CONFIG, other), "gamma") == [("g", 100, "HEALTHY")]
+
+
+def test_unknown_speeds_or_the_knob_off_give_load_only_weights() -> None:
+    unknown = fleet(
+        node("a", 8101, timed("alpha", 1, 0.0)), node("b", 8102, timed("alpha", 0, 0.0))
+    )
+    assert endpoints(build_snapshot(CONFIG, unknown), "alpha")[:2] == [
+        ("a", 61, "HEALTHY"),
+        ("b", 100, "HEALTHY"),
+    ]
+    off = parse_config("models: [{id: alpha}]\nweights: {speed_aware: false}\n")
+    mixed = fleet(
+        node("a", 8101, timed("alpha", 1, 200.0)), node("b", 8102, timed("alpha", 0, 50.0))
+    )
+    assert endpoints(build_snapshot(off, mixed), "alpha") == [
+        ("a", 61, "HEALTHY"),
+        ("b", 100, "HEALTHY"),
+    ]
+    assert endpoints(build_snapshot(CONFIG, mixed), "alpha")[:2] == [
+        ("a", 61, "HEALTHY"),
+        ("b", 25, "HEALTHY"),
+    ]
+
+
 def test_stale_down_and_unloaded_replicas_are_unhealthy() -> None:
     state = fleet(
         node("fresh", 8101, busy("alpha", 0)),

@@ -6,7 +6,15 @@ import pytest
 from pydantic import ValidationError
 
 from xds_control.fleet_state import ModelLoad, ModelState
-from xds_control.weights import Health, WeightPolicy, endpoint_health, endpoint_weight
+from xds_control.weights import (
+    Health,
+    WeightPolicy,
+    endpoint_health,
+    endpoint_weight,
+    fastest_decode_tps,
+    speed_factor,
+    speed_weight,
+)
 
 POLICY = WeightPolicy()  # max_weight 100, queued_weight 10, degraded when queue full
 
@@ -84,3 +92,45 @@ def test_queued_weight_bounds() -> None:
     assert WeightPolicy(max_weight=50, queued_weight=50).queued == 50
     with pytest.raises(ValidationError, match="must not exceed max_weight"):
         WeightPolicy(max_weight=10, queued_weight=11)
+
+
+def fast(tps: float) -> ModelLoad:
+    return ModelLoad("m", max_in_flight=4, max_queue_depth=8, decode_tps=tps)
+
+
+@pytest.mark.parametrize(
+    ("tps", "weight"),
+    [
+        (100.0, 100),  # the fastest keeps its load weight
+        (50.0, 50),
+        (25.0, 25),
+        (0.5, 1),  # factor clamped to 1 / max_weight
+        (0.0, 100),  # unknown speed is not slow
+        (float("nan"), 100),
+    ],
+)
+def test_speed_table(tps: float, weight: int) -> None:
+    """The speed table in the weights module docstring and docs/config.md."""
+    idle = endpoint_weight(fast(tps), POLICY)
+    assert speed_weight(idle, speed_factor(fast(tps), 100.0, POLICY)) == weight
+
+
+def test_speed_factor_edges() -> None:
+    assert fastest_decode_tps([fast(25), None, fast(0), fast(100), fast(float("inf"))]) == 100
+    assert fastest_decode_tps([None, fast(0)]) == 0.0
+    assert fastest_decode_tps([]) == 0.0
+    assert speed_factor(None, 100.0, POLICY) == 1.0  # static node
+    assert speed_factor(fast(50), 0.0, POLICY) == 1.0  # nothing known to compare with
+    assert speed_factor(fast(200), 100.0, POLICY) == 1.0  # never above 1
+    assert speed_factor(fast(25), 100.0, WeightPolicy(speed_aware=False)) == 1.0
+    assert speed_factor(fast(1), 100.0, WeightPolicy(max_weight=10)) == 0.1
+
+
+def test_speed_never_drops_a_weight_below_one() -> None:
+    for policy in (POLICY, WeightPolicy(max_weight=1), WeightPolicy(max_weight=7)):
+        for in_flight in range(5):
+            for queue in range(9):
+                base = endpoint_weight(load(in_flight, queue), policy)
+                for tps in (0.001, 1.0, 33.3, 100.0):
+                    weight = speed_weight(base, speed_factor(fast(tps), 100.0, policy))
+                    assert 1 <= weight <= base

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from node.admission import AdmissionController, AdmissionLimits, AdmissionRejected
-from node.retry_after import ServiceTimeEstimator, clamp_retry_after
+from node.retry_after import DecodeSpeedEstimator, ServiceTimeEstimator, clamp_retry_after
 
 
 class FakeClock:
@@ -192,3 +192,17 @@ def test_limits_reject_nonsense():
         AdmissionLimits(max_queue_depth=-1)
     with pytest.raises(ValueError):
         AdmissionLimits(max_wait_s=0)
+
+
+def test_decode_speed_is_an_ewma_of_tokens_per_generation_second():
+    est = DecodeSpeedEstimator(alpha=0.5)
+    assert est.tps is None, "unknown until a request finishes"
+    for tokens, seconds in ((0, 1.0), (5, 0.0), (5, -1.0), (5, float("nan")), (5, float("inf"))):
+        est.observe(tokens, seconds)  # no tokens or no usable time: no sample
+    assert est.tps is None and est.samples == 0
+    est.observe(50, 2.0)
+    assert est.tps == 25.0, "the first sample is the estimate"
+    est.observe(10, 0.1)
+    assert est.tps == 0.5 * 100 + 0.5 * 25
+    assert est.samples == 2
+    assert AdmissionController().decode_speed.tps is None

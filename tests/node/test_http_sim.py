@@ -376,8 +376,11 @@ def test_retry_after_follows_measured_service_time(procs: ProcGroup):
             wait_until(lambda: model_health(base, "m")["in_flight"] == 0, 10, "drained")
 
     assert refused_retry_after() == 1  # prior: 16 tokens at 50 tok/s, 3 deep → 1 s
+    # Cancelled requests say nothing of speed: unknown until one finishes.
+    assert model_health(base, "m")["decode_tps"] is None
     for _ in range(2):  # two 1-second requests (50 tokens at 50 tok/s)
         assert http_json(f"{base}/v1/chat/completions", chat_body("m", 50), timeout=30)[0] == 200
+    assert 35 <= model_health(base, "m")["decode_tps"] <= 51, "measures --sim-decode-tps"
     # 2 queued ahead + this one, ~1 s each, one at a time: about 3 s.
     assert 3 <= refused_retry_after() <= 6
 

@@ -9,6 +9,7 @@ import pytest
 from node.backends.base import GenerationStats
 from node.backends.sim import SimBackend
 from node.errors import OpenAIError
+from node.generation import stream_text
 from node.models import parse_model_spec
 from node.openai_schema import chat_sampling, parse_json_object, validate_chat
 from node.stops import StopMatcher
@@ -110,3 +111,15 @@ async def test_sim_output_is_a_function_of_prompt_and_seed():
     assert a == await _sim_text("hello", 1)
     assert a != await _sim_text("hello", 2) or a != await _sim_text("other", 1)
     assert len(a.split()) == 12
+
+
+async def test_stream_text_times_the_generation():
+    backend = SimBackend("s", decode_tps=200, prefill_tps=1e9)
+    body = {"model": "s", "messages": OK_MSG, "max_tokens": 10}
+    params = chat_sampling(validate_chat(body))
+    stats = GenerationStats()
+    pieces = stream_text(backend, backend.encode_chat(OK_MSG), params, stats)
+    assert len([p async for p in pieces]) > 0
+    await pieces.aclose()
+    assert stats.completion_tokens == 10
+    assert 10 / 200 <= stats.generation_s < 5, "10 tokens at 200 tok/s take >= 50 ms"

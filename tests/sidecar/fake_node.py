@@ -11,7 +11,12 @@ from typing import Any, Literal
 StreamMode = Literal["missing", "silent"]
 
 
-def health(in_flight: int = 0, queue_depth: int = 0, name: str = "fake") -> dict[str, Any]:
+def health(
+    in_flight: int = 0,
+    queue_depth: int = 0,
+    name: str = "fake",
+    decode_tps: float | None = None,
+) -> dict[str, Any]:
     return {
         "uptime_secs": 1.0,
         "node": name,
@@ -25,6 +30,7 @@ def health(in_flight: int = 0, queue_depth: int = 0, name: str = "fake") -> dict
                 "max_queue_depth": 4,
                 "admitted_total": in_flight + queue_depth,
                 "rejected_total": 0,
+                "decode_tps": decode_tps,
             }
         ],
     }

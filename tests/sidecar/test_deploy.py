@@ -22,7 +22,7 @@ PROMETHEUS = REPO / "deploy" / "prometheus.yml"
 
 
 def sidecar_metric_names() -> set[str]:
-    state = parse_health(health(in_flight=1), 1)
+    state = parse_health(health(in_flight=1, decode_tps=20.0), 1)
     registry = build_registry(lambda: state, lambda: "n1")
     Stats(registry)
     text = generate_latest(registry).decode()

@@ -64,3 +64,11 @@ def test_a_down_node_exports_no_stale_load():
     m = scrape(busy().down(2))
     assert m[key("fleet_node_up", node="n1")] == 0
     assert not [k for k in m if k[0].startswith(("fleet_model_", "vllm:"))]
+
+
+def test_decode_speed_gauge_only_once_measured():
+    mk = {"node": "n1", "model": "alpha"}
+    m = scrape(parse_health(health(decode_tps=31.25), 1))
+    assert m[key("fleet_model_decode_tokens_per_second", **mk)] == 31.25
+    m = scrape(parse_health(health(), 1))
+    assert key("fleet_model_decode_tokens_per_second", **mk) not in m, "unknown is no series"

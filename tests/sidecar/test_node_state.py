@@ -37,6 +37,10 @@ def test_uptime_alone_is_no_change():
         (lambda b: b["models"][0].update(state="sleeping"), "unknown state 'sleeping'"),
         (lambda b: b["models"][0].pop("id"), "no string 'id'"),
         (lambda b: b.update(node=5), "'node' must be a string"),
+        (lambda b: b["models"][0].update(decode_tps="fast"), "'decode_tps' must be a number"),
+        (lambda b: b["models"][0].update(decode_tps=True), "'decode_tps' must be a number"),
+        (lambda b: b["models"][0].update(decode_tps=-1.0), "'decode_tps' must be >= 0"),
+        (lambda b: b["models"][0].update(decode_tps=float("nan")), "'decode_tps' must be >= 0"),
     ],
 )
 def test_bad_health_is_a_clear_error(mutate, message):
@@ -71,3 +75,17 @@ def test_first_report_carries_identity_and_model_state():
     assert m.state == load_pb2.MODEL_STATE_LOADED
     assert (m.in_flight, m.queue_depth, m.max_in_flight, m.max_queue_depth) == (2, 1, 2, 4)
     assert report.node_up and not report.heartbeat
+
+
+def test_decode_speed_is_parsed_and_reported_with_zero_for_unknown():
+    fast = parse_health(health(decode_tps=42.5), 1)
+    assert fast.models[0].decode_tps == 42.5
+    assert build_report(fast, sequence=1, heartbeat=False).models[0].decode_tps == 42.5
+    unknown = parse_health(health(), 1)  # "decode_tps": null before any request finished
+    assert unknown.models[0].decode_tps is None
+    assert build_report(unknown, sequence=1, heartbeat=False).models[0].decode_tps == 0.0
+    older = health()
+    del older["models"][0]["decode_tps"]  # a node from before decode_tps existed
+    assert parse_health(older, 1).models[0].decode_tps is None
+    assert parse_health(health(decode_tps=7), 1).models[0].decode_tps == 7.0
+    assert fast != unknown, "a new speed is a change worth reporting"
