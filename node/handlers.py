@@ -20,7 +20,7 @@ from tornado.iostream import StreamClosedError
 
 from node.admission import AdmissionRejected
 from node.app import NodeContext
-from node.backends.base import GenerationStats, PromptTooLong
+from node.backends.base import GenerationStats, Prompt, PromptTooLong
 from node.errors import (
     OpenAIError,
     admission_rejected,
@@ -260,9 +260,36 @@ class _InferenceHandler(BaseHandler):
         finally:
             admission.release(permit, outcome)
 
+    # Subclasses say how a request becomes a prompt and how the answer is shaped.
+    _id_prefix: str
+
+    def _encode(self, model: ServedModel, body: Any) -> Prompt:
+        raise NotImplementedError
+
+    def _sampling(self, body: Any) -> SamplingParams:
+        raise NotImplementedError
+
+    async def _respond(
+        self,
+        body: Any,
+        ids: ResponseIds,
+        pieces: AsyncGenerator[str, None],
+        stats: GenerationStats,
+        prompt_tokens: int,
+    ) -> None:
+        raise NotImplementedError
+
     async def _serve(self, model: ServedModel, body: Any) -> GenerationStats:
         """Generate and respond; the finished generation's stats."""
-        raise NotImplementedError
+        prompt = self._encode(model, body)
+        stats = GenerationStats()
+        ids = ResponseIds(self._id_prefix, model.id, model.backend.kind)
+        pieces = stream_text(model.backend, prompt, self._sampling(body), stats)
+        try:
+            await self._respond(body, ids, pieces, stats, prompt.n_tokens)
+        finally:
+            await pieces.aclose()  # stops generation if the client left mid-way
+        return stats
 
     async def _handle(self, validate: Any) -> None:
         if self.ctx.shutting_down:
@@ -312,20 +339,16 @@ class ChatCompletionsHandler(_InferenceHandler):
     async def post(self) -> None:
         await self._handle(validate_chat)
 
-    async def _serve(self, model: ServedModel, body: ChatCompletionRequest) -> GenerationStats:
-        messages = [{"role": m.role, "content": m.text()} for m in body.messages]
-        prompt = model.backend.encode_chat(messages)
-        params: SamplingParams = chat_sampling(body)
-        stats = GenerationStats()
-        ids = ResponseIds("chatcmpl", model.id, model.backend.kind)
-        pieces = stream_text(model.backend, prompt, params, stats)
-        try:
-            await self._respond_chat(body, ids, pieces, stats, prompt.n_tokens)
-        finally:
-            await pieces.aclose()  # stops generation if the client left mid-way
-        return stats
+    _id_prefix = "chatcmpl"
 
-    async def _respond_chat(
+    def _encode(self, model: ServedModel, body: ChatCompletionRequest) -> Prompt:
+        messages = [{"role": m.role, "content": m.text()} for m in body.messages]
+        return model.backend.encode_chat(messages)
+
+    def _sampling(self, body: ChatCompletionRequest) -> SamplingParams:
+        return chat_sampling(body)
+
+    async def _respond(
         self,
         body: ChatCompletionRequest,
         ids: ResponseIds,
@@ -356,17 +379,13 @@ class CompletionsHandler(_InferenceHandler):
     async def post(self) -> None:
         await self._handle(validate_completion)
 
-    async def _serve(self, model: ServedModel, body: CompletionRequest) -> GenerationStats:
-        prompt = model.backend.encode_text(completion_prompt(body))
-        params = completion_sampling(body)
-        stats = GenerationStats()
-        ids = ResponseIds("cmpl", model.id, model.backend.kind)
-        pieces = stream_text(model.backend, prompt, params, stats)
-        try:
-            await self._respond(body, ids, pieces, stats, prompt.n_tokens)
-        finally:
-            await pieces.aclose()
-        return stats
+    _id_prefix = "cmpl"
+
+    def _encode(self, model: ServedModel, body: CompletionRequest) -> Prompt:
+        return model.backend.encode_text(completion_prompt(body))
+
+    def _sampling(self, body: CompletionRequest) -> SamplingParams:
+        return completion_sampling(body)
 
     async def _respond(
         self,
