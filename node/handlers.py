@@ -269,6 +269,23 @@ class _InferenceHandler(BaseHandler):
     def _sampling(self, body: Any) -> SamplingParams:
         raise NotImplementedError
 
+    def _whole(
+        self, ids: ResponseIds, text: str, stats: GenerationStats, prompt_tokens: int
+    ) -> dict[str, Any]:
+        """The non-streaming response object."""
+        raise NotImplementedError
+
+    def _events(
+        self,
+        ids: ResponseIds,
+        pieces: AsyncGenerator[str, None],
+        stats: GenerationStats,
+        prompt_tokens: int,
+        include_usage: bool,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The SSE chunk objects, ending with the finish reason (and usage when asked)."""
+        raise NotImplementedError
+
     async def _respond(
         self,
         body: Any,
@@ -277,7 +294,12 @@ class _InferenceHandler(BaseHandler):
         stats: GenerationStats,
         prompt_tokens: int,
     ) -> None:
-        raise NotImplementedError
+        if not body.stream:
+            text = "".join([p async for p in pieces])
+            self.write_json(self._whole(ids, text, stats, prompt_tokens))
+            return
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        await self._send_sse(self._events(ids, pieces, stats, prompt_tokens, include_usage))
 
     async def _serve(self, model: ServedModel, body: Any) -> GenerationStats:
         """Generate and respond; the finished generation's stats."""
@@ -348,29 +370,25 @@ class ChatCompletionsHandler(_InferenceHandler):
     def _sampling(self, body: ChatCompletionRequest) -> SamplingParams:
         return chat_sampling(body)
 
-    async def _respond(
+    def _whole(
+        self, ids: ResponseIds, text: str, stats: GenerationStats, prompt_tokens: int
+    ) -> dict[str, Any]:
+        return chat_completion(ids, text, stats, prompt_tokens)
+
+    async def _events(
         self,
-        body: ChatCompletionRequest,
         ids: ResponseIds,
         pieces: AsyncGenerator[str, None],
         stats: GenerationStats,
         prompt_tokens: int,
-    ) -> None:
-        if not body.stream:
-            text = "".join([p async for p in pieces])
-            self.write_json(chat_completion(ids, text, stats, prompt_tokens))
-            return
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
-
-        async def events() -> AsyncIterator[dict[str, Any]]:
-            yield chat_chunk(ids, {"role": "assistant", "content": ""})
-            async for piece in pieces:
-                yield chat_chunk(ids, {"content": piece})
-            yield chat_chunk(ids, {}, stats.finish_reason)
-            if include_usage:
-                yield usage_chunk(ids, "chat.completion.chunk", stats, prompt_tokens)
-
-        await self._send_sse(events())
+        include_usage: bool,
+    ) -> AsyncIterator[dict[str, Any]]:
+        yield chat_chunk(ids, {"role": "assistant", "content": ""})
+        async for piece in pieces:
+            yield chat_chunk(ids, {"content": piece})
+        yield chat_chunk(ids, {}, stats.finish_reason)
+        if include_usage:
+            yield usage_chunk(ids, "chat.completion.chunk", stats, prompt_tokens)
 
 
 class CompletionsHandler(_InferenceHandler):
@@ -387,25 +405,21 @@ class CompletionsHandler(_InferenceHandler):
     def _sampling(self, body: CompletionRequest) -> SamplingParams:
         return completion_sampling(body)
 
-    async def _respond(
+    def _whole(
+        self, ids: ResponseIds, text: str, stats: GenerationStats, prompt_tokens: int
+    ) -> dict[str, Any]:
+        return completion(ids, text, stats, prompt_tokens)
+
+    async def _events(
         self,
-        body: CompletionRequest,
         ids: ResponseIds,
         pieces: AsyncGenerator[str, None],
         stats: GenerationStats,
         prompt_tokens: int,
-    ) -> None:
-        if not body.stream:
-            text = "".join([p async for p in pieces])
-            self.write_json(completion(ids, text, stats, prompt_tokens))
-            return
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
-
-        async def events() -> AsyncIterator[dict[str, Any]]:
-            async for piece in pieces:
-                yield completion_chunk(ids, piece)
-            yield completion_chunk(ids, "", stats.finish_reason)
-            if include_usage:
-                yield usage_chunk(ids, "text_completion", stats, prompt_tokens)
-
-        await self._send_sse(events())
+        include_usage: bool,
+    ) -> AsyncIterator[dict[str, Any]]:
+        async for piece in pieces:
+            yield completion_chunk(ids, piece)
+        yield completion_chunk(ids, "", stats.finish_reason)
+        if include_usage:
+            yield usage_chunk(ids, "text_completion", stats, prompt_tokens)
