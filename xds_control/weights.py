@@ -33,13 +33,16 @@ requests would become the tail. Each reported ``decode_tps`` (EWMA of generation
 tokens/s; 0 = unknown) is therefore compared with the fastest known speed among the
 model's routable (healthy or degraded) replicas, and the load weight is scaled by it:
 
-    factor = clamp(decode_tps / fastest_tps, 1 / W, 1)   (1 when either speed is unknown)
+    ratio  = decode_tps / fastest_tps
+    factor = 1 if ratio >= 1 - speed_tolerance (default 0.1) or either speed is unknown,
+             else clamp(ratio, 1 / W, 1)
     weight = max(1, round(load_weight * factor))
 
 ==============================================  ==========================================
 replica's speed (fastest = 100 tok/s, W = 100)  weight of an idle replica (load weight W)
 ==============================================  ==========================================
 100 tok/s (the fastest)                         100 (factor 1)
+92 tok/s (within the 10% tolerance)             100 (factor 1: measurement noise)
 50 tok/s                                        50
 25 tok/s                                        25
 0.5 tok/s                                       1 (factor clamped to 1/W)
@@ -85,6 +88,9 @@ class WeightPolicy(BaseModel):
     busy_exponent: float = Field(default=2.0, ge=0.5, le=4.0)
     # Scale each weight by the replica's decode speed relative to the model's fastest.
     speed_aware: bool = True
+    # Replicas within this fraction of the fastest count as equally fast: measured speeds
+    # jitter by a few percent, and that noise must not split equal replicas' weights.
+    speed_tolerance: float = Field(default=0.1, ge=0.0, lt=1.0)
 
     @model_validator(mode="after")
     def _bands(self) -> WeightPolicy:
@@ -167,11 +173,15 @@ def fastest_decode_tps(loads: Iterable[ModelLoad | None]) -> float:
 
 def speed_factor(load: ModelLoad | None, fastest_tps: float, policy: WeightPolicy) -> float:
     """This replica's share of the fastest speed, clamped to [1/max_weight, 1]; exactly 1
-    when ``speed_aware`` is off or either speed is unknown (see the module's speed table)."""
+    when ``speed_aware`` is off, either speed is unknown, or the replica is within
+    ``speed_tolerance`` of the fastest (see the module's speed table)."""
     tps = _known_tps(load)
     if not policy.speed_aware or tps <= 0 or not (math.isfinite(fastest_tps) and fastest_tps > 0):
         return 1.0
-    return max(1 / policy.max_weight, min(1.0, tps / fastest_tps))
+    ratio = tps / fastest_tps
+    if ratio >= 1.0 - policy.speed_tolerance:
+        return 1.0
+    return max(1 / policy.max_weight, ratio)
 
 
 def speed_weight(weight: int, factor: float) -> int:

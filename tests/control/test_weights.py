@@ -102,6 +102,8 @@ def fast(tps: float) -> ModelLoad:
     ("tps", "weight"),
     [
         (100.0, 100),  # the fastest keeps its load weight
+        (92.0, 100),  # within the tolerance: measurement noise, not a slower node
+        (89.0, 89),
         (50.0, 50),
         (25.0, 25),
         (0.5, 1),  # factor clamped to 1 / max_weight
@@ -124,6 +126,7 @@ def test_speed_factor_edges() -> None:
     assert speed_factor(fast(200), 100.0, POLICY) == 1.0  # never above 1
     assert speed_factor(fast(25), 100.0, WeightPolicy(speed_aware=False)) == 1.0
     assert speed_factor(fast(1), 100.0, WeightPolicy(max_weight=10)) == 0.1
+    assert speed_factor(fast(99), 100.0, WeightPolicy(speed_tolerance=0.0)) == 0.99
 
 
 def test_speed_never_drops_a_weight_below_one() -> None:
